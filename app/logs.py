@@ -1,0 +1,27 @@
+"""Logging set-up: one line per event, with the structured `extra` fields as key=value."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+_STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+
+
+class KeyValueFormatter(logging.Formatter):
+    """`time level logger message key=value ...`; fields come from `extra=`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        fields = {k: v for k, v in record.__dict__.items() if k not in _STANDARD}
+        if fields:
+            line += " " + " ".join(f"{key}={value!r}" for key, value in sorted(fields.items()))
+        return line
+
+
+def configure_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(KeyValueFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())

@@ -1,0 +1,1 @@
+"""A tenant's own mailbox: its settings, its state machine, and the test mail that activates it."""

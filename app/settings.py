@@ -1,0 +1,93 @@
+"""Configuration: one `Settings` object read from `MAILRELAY_*` environment variables."""
+
+from __future__ import annotations
+
+import ipaddress
+from datetime import timedelta
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _split_commas(value: object) -> object:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; names and defaults are those of DESIGN.md."""
+
+    model_config = SettingsConfigDict(env_prefix="MAILRELAY_", extra="ignore")
+
+    env: Literal["dev", "production"] = "dev"
+    database_url: str = "sqlite+aiosqlite:///./var/mailrelay.db"
+    secret_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    var_dir: Path = Path("./var")
+    public_url: str = "http://localhost:8000"
+
+    default_from: str = "notifications@example.com"
+    default_from_name: str = "Notifications"
+    default_smtp_url: SecretStr | None = None
+
+    smtp_allowed_networks: Annotated[list[IPNetwork], NoDecode] = Field(default_factory=list)
+    smtp_ca_file: Path | None = None
+    smtp_timeout: timedelta = timedelta(seconds=30)
+
+    google_client_id: str | None = None
+    google_client_secret: SecretStr | None = None
+    microsoft_client_id: str | None = None
+    microsoft_client_secret: SecretStr | None = None
+
+    oauth_return_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    webhook_url: str | None = None
+    webhook_secret: SecretStr | None = None
+
+    test_timeout: timedelta = timedelta(seconds=30)
+    mailbox_retry_window: timedelta = timedelta(minutes=15)
+    mailbox_broken_after: timedelta = timedelta(hours=6)
+    max_message_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
+    retry_base: timedelta = timedelta(seconds=5)
+    retry_max: timedelta = timedelta(minutes=10)
+
+    dns_timeout: timedelta = timedelta(seconds=5)
+    log_level: str = "INFO"
+
+    _split = field_validator(
+        "secret_keys", "smtp_allowed_networks", "oauth_return_origins", mode="before"
+    )(_split_commas)
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url_is_absolute(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an absolute http(s) URL")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _production_refuses_dev_shortcuts(self) -> Settings:
+        if self.is_production and not self.secret_keys:
+            raise ValueError("MAILRELAY_SECRET_KEYS is required when MAILRELAY_ENV=production")
+        return self
+
+    @property
+    def is_production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()
