@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck openapi bench clean
+.PHONY: run smtp-sink test lint typecheck openapi clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,16 +13,22 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 ## Serve on SQLite (./var/mailrelay.db) at http://127.0.0.1:8000, migrating first.
+## Loopback SMTP hosts are allowed here so that `make smtp-sink` can play a tenant's server.
 run: $(STAMP)
-	$(BIN)/mailrelay serve --host $${HOST:-127.0.0.1} --port $${PORT:-8000}
+	MAILRELAY_SMTP_ALLOWED_NETWORKS=$${MAILRELAY_SMTP_ALLOWED_NETWORKS-127.0.0.0/8} \
+		$(BIN)/mailrelay serve --host $${HOST:-127.0.0.1} --port $${PORT:-8000}
+
+## A local SMTP server for trying things out: 127.0.0.1:2525, user hr@acme.example, password secret.
+smtp-sink: $(STAMP)
+	$(BIN)/python -m tests.fixtures.smtpd --port 2525 --user hr@acme.example:secret
 
 ## The whole suite; on PostgreSQL too when MAILRELAY_TEST_POSTGRES_URL is set.
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check app tests migrations bench
-	$(BIN)/ruff format --check app tests migrations bench
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from cryptography.fernet import Fernet
+from fastapi import FastAPI
 from sqlalchemy import delete
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -28,7 +28,7 @@ from app.db.registry import Model
 from app.main import create_app
 from app.runtime import Runtime
 from app.settings import Settings
-from tests.fixtures.smtpd import TLSFiles, make_tls_files
+from tests.fixtures.smtpd import TLSFiles, make_tls_files, settle_transports
 
 POSTGRES_URL = os.environ.get("MAILRELAY_TEST_POSTGRES_URL")
 BACKENDS = ["sqlite", *(["postgres"] if POSTGRES_URL else [])]
@@ -65,6 +65,13 @@ def database_url(
     migrations.upgrade(url)
     yield url
     drop()
+
+
+@pytest.fixture(autouse=True)
+async def _settle_transports() -> AsyncIterator[None]:
+    """Let closing TLS transports finish before the loop closes (else a ResourceWarning)."""
+    yield
+    await settle_transports()
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ from sqlalchemy import JSON, CheckConstraint, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Model, UTCDateTime, new_id, utcnow
+from app.senders.smtp import Security
 
 
 class MailboxStatus(enum.StrEnum):
@@ -25,12 +26,6 @@ class Provider(enum.StrEnum):
     MICROSOFT = "microsoft"
 
 
-class SmtpSecurity(enum.StrEnum):
-    TLS = "tls"
-    STARTTLS = "starttls"
-    NONE = "none"
-
-
 def _in(column: str, values: type[enum.StrEnum]) -> str:
     return f"{column} IN ({', '.join(repr(v.value) for v in values)})"
 
@@ -43,7 +38,7 @@ class Mailbox(Model):
         CheckConstraint(_in("status", MailboxStatus), name="status"),
         CheckConstraint(f"provider IS NULL OR {_in('provider', Provider)}", name="provider"),
         CheckConstraint(
-            f"smtp_security IS NULL OR {_in('smtp_security', SmtpSecurity)}", name="smtp_security"
+            f"smtp_security IS NULL OR {_in('smtp_security', Security)}", name="smtp_security"
         ),
     )
 
@@ -58,7 +53,7 @@ class Mailbox(Model):
     smtp_username: Mapped[str | None] = mapped_column(String(320))
     smtp_host: Mapped[str | None] = mapped_column(String(253))
     smtp_port: Mapped[int | None] = mapped_column(Integer)
-    smtp_security: Mapped[SmtpSecurity | None] = mapped_column(String(10))
+    smtp_security: Mapped[Security | None] = mapped_column(String(10))
     smtp_password_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
 
     # Bumped whenever the connection changes, so a test that started before a change cannot
@@ -75,4 +70,6 @@ class Mailbox(Model):
 
     def secret_context(self, field: str) -> str:
         """What an encrypted field of this mailbox is bound to (see `app.crypto`)."""
+        if self.id is None:
+            raise ValueError("the mailbox needs its id before a secret is bound to it")
         return f"mailbox:{self.id}:{field}"

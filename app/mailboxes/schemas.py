@@ -144,7 +144,7 @@ class MailboxRead(BaseModel):
                 username=mailbox.smtp_username or mailbox.email,
                 host=mailbox.smtp_host or "",
                 port=mailbox.smtp_port or 0,
-                security=Security(mailbox.smtp_security),
+                security=Security(mailbox.smtp_security or Security.STARTTLS),
             )
         last_error = None
         if mailbox.last_error_code is not None:
