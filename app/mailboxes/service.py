@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.crypto import SecretDecryptError
 from app.db.base import utcnow
 from app.errors import ConflictError, InvalidInputError, NotFoundError, RelayError
 from app.mailboxes.models import Mailbox, MailboxStatus, Provider
@@ -120,14 +121,23 @@ def build_sender(mailbox: Mailbox, runtime: Runtime, *, timeout: float | None = 
     settings = runtime.settings
     smtp_timeout = settings.smtp_timeout.total_seconds()
     if mailbox.provider == Provider.SMTP and mailbox.smtp_password_enc is not None:
+        try:
+            password = runtime.secrets.decrypt(
+                mailbox.smtp_password_enc, context=mailbox.secret_context(SMTP_PASSWORD)
+            )
+        except SecretDecryptError:
+            log.error("stored SMTP password unreadable", extra={"tenant_id": mailbox.tenant_id})
+            raise ConflictError(
+                "mailbox_secret_unreadable",
+                "The stored password cannot be decrypted with the configured keys"
+                " (MAILRELAY_SECRET_KEYS); save the SMTP settings again.",
+            ) from None
         config = SmtpConfig(
             host=mailbox.smtp_host or "",
             port=mailbox.smtp_port or 0,
             security=Security(mailbox.smtp_security or Security.STARTTLS),
             username=mailbox.smtp_username,
-            password=runtime.secrets.decrypt(
-                mailbox.smtp_password_enc, context=mailbox.secret_context(SMTP_PASSWORD)
-            ),
+            password=password,
         )
         return SmtpSender(
             config,
