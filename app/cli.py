@@ -48,7 +48,10 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             return int(await session.scalar(select(func.count()).select_from(ApiKey)) or 0)
 
     if _with_runtime(settings, count_keys) == 0:
-        log.warning("no API key exists yet; make one with: mailrelay apikey create")
+        log.warning(
+            "no API key exists yet; make one with: mailrelay apikey create"
+            " (in a checkout: .venv/bin/mailrelay apikey create)"
+        )
     log.info("database %s", _redacted_url(settings.database_url))
     uvicorn.run(
         create_app(settings),
