@@ -1,4 +1,4 @@
-"""`mailrelay`: serve | migrate | apikey | secrets | openapi."""
+"""`mailrelay`: serve | worker | migrate | apikey | secrets | openapi."""
 
 from __future__ import annotations
 
@@ -42,6 +42,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
     if settings.is_sqlite:
         migrations.upgrade(settings.database_url)
+    if args.worker is not None:
+        settings = settings.model_copy(update={"worker_in_process": args.worker})
 
     async def count_keys(runtime: Runtime) -> int:
         async with runtime.sessionmaker() as session:
@@ -61,6 +63,22 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         proxy_headers=True,
         forwarded_allow_ips=args.forwarded_allow_ips,
     )
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    import signal
+
+    from app.outbox.worker import Worker
+
+    async def run(runtime: Runtime) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await Worker(runtime).run(stop)
+
+    _with_runtime(settings, run)
     return 0
 
 
@@ -145,7 +163,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--forwarded-allow-ips", default="127.0.0.1", help="proxies trusted for X-Forwarded-*"
     )
+    serve.add_argument(
+        "--worker",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="deliver mail in this process too (default: on for SQLite, off for PostgreSQL)",
+    )
     serve.set_defaults(func=cmd_serve)
+
+    worker = commands.add_parser("worker", help="run the delivery worker alone")
+    worker.set_defaults(func=cmd_worker)
 
     migrate = commands.add_parser("migrate", help="upgrade the database schema")
     migrate.add_argument("--revision", default="head")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -9,7 +10,7 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from app import __version__
-from app.api import health, mailboxes
+from app.api import health, mailboxes, messages
 from app.api.problems import install_problem_handlers
 from app.runtime import Runtime
 from app.settings import Settings, get_settings
@@ -29,9 +30,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = Runtime.create(settings)
         app.state.runtime = runtime
+        stop = asyncio.Event()
+        worker = None
+        if settings.run_worker_in_process:
+            from app.outbox.worker import Worker
+
+            worker = asyncio.create_task(Worker(runtime).run(stop), name="outbox-worker")
         try:
             yield
         finally:
+            stop.set()
+            if worker is not None:
+                await worker
             await runtime.aclose()
 
     app = FastAPIOffline(
@@ -40,8 +50,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
         redoc_url=None,
+        # Base64 attachments grow by a third; refuse anything larger before reading it all.
+        max_body_size=settings.max_message_bytes * 4 // 3 + 1024 * 1024,
     )
     install_problem_handlers(app)
     app.include_router(health.router)
     app.include_router(mailboxes.router)
+    app.include_router(messages.router)
     return app

@@ -6,8 +6,9 @@ and the HTTP handlers share the same code paths.
 
 from __future__ import annotations
 
+import asyncio
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -29,6 +30,8 @@ class Runtime:
     secrets: SecretBox
     tls_context: ssl.SSLContext
     network_policy: NetworkPolicy
+    # Set by intake so that an in-process worker starts at once instead of at its next poll.
+    outbox_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
 
     @classmethod
     def create(cls, settings: Settings) -> Runtime:

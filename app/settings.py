@@ -58,6 +58,18 @@ class Settings(BaseSettings):
     retry_max: timedelta = timedelta(minutes=10)
 
     dns_timeout: timedelta = timedelta(seconds=5)
+
+    # Delivery worker (not in DESIGN.md's table; see docs/configuration.md).
+    worker_in_process: bool | None = None  # None: on for SQLite, off for PostgreSQL
+    worker_batch_size: int = Field(default=50, gt=0)
+    worker_concurrency: int = Field(default=50, gt=0)
+    worker_poll_interval: timedelta = timedelta(seconds=1)
+    worker_lease: timedelta = timedelta(minutes=2)
+    mailbox_concurrency: int = Field(default=2, gt=0)
+    smtp_rate_per_minute: int = Field(default=120, gt=0)
+    default_concurrency: int = Field(default=10, gt=0)
+    message_max_age: timedelta = timedelta(days=3)
+    webhook_timeout: timedelta = timedelta(seconds=10)
     log_level: str = "INFO"
 
     _split = field_validator(
@@ -85,6 +97,13 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def run_worker_in_process(self) -> bool:
+        """`serve` delivers mail itself: by default on SQLite, the one-command set-up."""
+        if self.worker_in_process is None:
+            return self.is_sqlite
+        return self.worker_in_process
 
 
 @lru_cache

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -28,7 +29,7 @@ from app.db.registry import Model
 from app.main import create_app
 from app.runtime import Runtime
 from app.settings import Settings
-from tests.fixtures.smtpd import TLSFiles, make_tls_files, settle_transports
+from tests.fixtures.smtpd import SmtpServer, TLSFiles, make_tls_files, settle_transports
 
 POSTGRES_URL = os.environ.get("MAILRELAY_TEST_POSTGRES_URL")
 BACKENDS = ["sqlite", *(["postgres"] if POSTGRES_URL else [])]
@@ -89,6 +90,10 @@ def settings(database_url: str, tls_files: TLSFiles, tmp_path: Path) -> Settings
         smtp_ca_file=tls_files.ca_file,
         test_timeout=timedelta(seconds=3),
         smtp_timeout=timedelta(seconds=3),
+        worker_in_process=False,  # tests drive `Worker` themselves
+        retry_base=timedelta(milliseconds=50),
+        retry_max=timedelta(milliseconds=300),
+        worker_poll_interval=timedelta(milliseconds=50),
     )
 
 
@@ -138,3 +143,28 @@ async def admin(client: httpx.AsyncClient, make_key: KeyFactory) -> httpx.AsyncC
     """The client, authorised with a key for all tenants (the HRMS backend's)."""
     client.headers["Authorization"] = f"Bearer {await make_key()}"
     return client
+
+
+SmtpServerFactory = Callable[..., SmtpServer]
+TENANT_PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture
+def smtp_server(tls_files: TLSFiles) -> Iterator[SmtpServerFactory]:
+    """`smtp_server(security=..., users=...)`: a started aiosmtpd server, stopped afterwards.
+
+    Defaults: the test CA's certificate and one user, hr@acme.test, with TENANT_PASSWORD.
+    """
+    started: list[SmtpServer] = []
+
+    def start(**options: Any) -> SmtpServer:
+        options.setdefault("tls", tls_files)
+        options.setdefault("users", {"hr@acme.test": TENANT_PASSWORD})
+        server = SmtpServer(**options)
+        server.start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()

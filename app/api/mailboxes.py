@@ -20,7 +20,7 @@ from app.mailboxes.schemas import (
 from app.runtime import Runtime
 
 
-def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {
         code: {"description": "A problem document", "content": {PROBLEM_JSON: {}}}
         for code in (401, 403, 422, *statuses)
@@ -45,7 +45,10 @@ def _read(mailbox: Mailbox, runtime: Runtime) -> MailboxRead:
 
 
 @router.post(
-    "", status_code=status.HTTP_201_CREATED, response_model=MailboxRead, responses=_problems(409)
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=MailboxRead,
+    responses=problem_responses(409),
 )
 async def create_mailbox(
     tenant_id: TenantDep, body: MailboxCreate, session: SessionDep, runtime: RuntimeDep
@@ -55,7 +58,7 @@ async def create_mailbox(
     return _read(mailbox, runtime)
 
 
-@router.get("", response_model=MailboxRead, responses=_problems(404))
+@router.get("", response_model=MailboxRead, responses=problem_responses(404))
 async def get_mailbox(
     tenant_id: TenantDep, session: SessionDep, runtime: RuntimeDep
 ) -> MailboxRead:
@@ -63,7 +66,7 @@ async def get_mailbox(
     return _read(await service.get_mailbox(session, tenant_id), runtime)
 
 
-@router.patch("", response_model=MailboxRead, responses=_problems(404))
+@router.patch("", response_model=MailboxRead, responses=problem_responses(404))
 async def update_mailbox(
     tenant_id: TenantDep, body: MailboxUpdate, session: SessionDep, runtime: RuntimeDep
 ) -> MailboxRead:
@@ -72,14 +75,14 @@ async def update_mailbox(
     return _read(mailbox, runtime)
 
 
-@router.delete("", status_code=status.HTTP_204_NO_CONTENT, responses=_problems(404))
+@router.delete("", status_code=status.HTTP_204_NO_CONTENT, responses=problem_responses(404))
 async def delete_mailbox(tenant_id: TenantDep, session: SessionDep) -> Response:
     """Delete the mailbox and its secrets; mail goes back to the plain default sender."""
     await service.delete_mailbox(session, tenant_id=tenant_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.put("/smtp", response_model=MailboxRead, responses=_problems(404))
+@router.put("/smtp", response_model=MailboxRead, responses=problem_responses(404))
 async def save_smtp_settings(
     tenant_id: TenantDep, body: SmtpSettingsIn, session: SessionDep, runtime: RuntimeDep
 ) -> MailboxRead:
@@ -88,7 +91,7 @@ async def save_smtp_settings(
     return _read(mailbox, runtime)
 
 
-@router.post("/test", response_model=MailboxRead, responses=_problems(404, 409))
+@router.post("/test", response_model=MailboxRead, responses=problem_responses(404, 409))
 async def send_test_mail(
     tenant_id: TenantDep, runtime: RuntimeDep, body: TestMailRequest | None = None
 ) -> MailboxRead:

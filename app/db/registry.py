@@ -3,5 +3,7 @@
 from app.apikeys.models import ApiKey
 from app.db.base import Model
 from app.mailboxes.models import Mailbox
+from app.outbox.models import Message, MessageAttempt, SendLimit
+from app.webhooks.models import Event
 
-__all__ = ["ApiKey", "Mailbox", "Model"]
+__all__ = ["ApiKey", "Event", "Mailbox", "Message", "MessageAttempt", "Model", "SendLimit"]

@@ -60,6 +60,10 @@ class Mailbox(Model):
     # activate the settings that replaced the ones it tested.
     settings_version: Mapped[int] = mapped_column(Integer, default=0)
 
+    # Since when connections to the mailbox's server fail (cleared by any success); a breakdown
+    # lasting MAILRELAY_MAILBOX_BROKEN_AFTER counts as broken credentials.
+    failing_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
     last_error_code: Mapped[str | None] = mapped_column(String(64))
     last_error_detail: Mapped[str | None] = mapped_column(Text)
     last_error_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

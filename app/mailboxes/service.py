@@ -25,7 +25,9 @@ from app.runtime import Runtime
 from app.senders.base import Sender, SendError, TransientError
 from app.senders.message import MailAddress, OutgoingMessage, make_message_id
 from app.senders.netpolicy import HostPolicyError
-from app.senders.smtp import Security, SmtpConfig, SmtpSender
+from app.senders.registry import DriverContext, build_driver
+from app.senders.smtp import Security, SmtpConfig
+from app.webhooks.service import record_event
 
 log = logging.getLogger(__name__)
 
@@ -139,12 +141,12 @@ def build_sender(mailbox: Mailbox, runtime: Runtime, *, timeout: float | None = 
             username=mailbox.smtp_username,
             password=password,
         )
-        return SmtpSender(
-            config,
+        context = DriverContext(
             tls_context=runtime.tls_context,
+            network_policy=runtime.network_policy,
             timeout=min(smtp_timeout, timeout or smtp_timeout),
-            policy=runtime.network_policy,
         )
+        return build_driver(Provider.SMTP, config, context)
     raise ConflictError(
         "mailbox_not_connected",
         "Connect the mailbox (SMTP, Google or Microsoft) before testing it.",
@@ -199,8 +201,17 @@ async def send_test_mail(runtime: Runtime, *, tenant_id: str, to: str | None) ->
             )
         now = utcnow()
         if failure is None:
+            if mailbox.status != MailboxStatus.ACTIVE:
+                record_event(
+                    session,
+                    type="mailbox.activated",
+                    tenant_id=tenant_id,
+                    data={"email": mailbox.email, "provider": mailbox.provider},
+                    deliver=runtime.settings.webhook_url is not None,
+                )
             mailbox.status = MailboxStatus.ACTIVE
             mailbox.activated_at = now
+            mailbox.failing_since = None
             mailbox.last_error_code = mailbox.last_error_detail = mailbox.last_error_at = None
         else:
             mailbox.last_error_code = failure.code

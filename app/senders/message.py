@@ -59,10 +59,15 @@ class OutgoingMessage:
     html: str | None = None
     attachments: tuple[Attachment, ...] = ()
     headers: tuple[tuple[str, str], ...] = field(default=())
+    # Envelope recipients when not every header recipient is owed the message (a retry after
+    # a partial refusal must not reach those who already have it).
+    envelope_to: tuple[str, ...] | None = None
 
     @property
     def recipients(self) -> list[str]:
-        """Envelope recipients: To, Cc and Bcc, each once, in that order."""
+        """Envelope recipients: To, Cc and Bcc, each once, in that order, unless overridden."""
+        if self.envelope_to is not None:
+            return list(self.envelope_to)
         return list(dict.fromkeys(a.email for a in (*self.to, *self.cc, *self.bcc)))
 
     @property

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -13,39 +12,17 @@ import pytest
 
 from app.runtime import Runtime
 from app.senders.netpolicy import NetworkPolicy
+from tests.conftest import TENANT_PASSWORD
 from tests.fixtures.smtpd import (
-    SmtpServer,
-    TLSFiles,
     free_port,
     make_untrusted_server_context,
     stub_server,
 )
 
 URL = "/v1/tenants/acme/mailbox"
-PASSWORD = "correct horse battery staple"
-USERS = {"hr@acme.test": PASSWORD}
+PASSWORD = TENANT_PASSWORD
+
 TEST_TIMEOUT = 3.0  # conftest's MAILRELAY_TEST_TIMEOUT
-
-
-@pytest.fixture
-def servers() -> Iterator[list[SmtpServer]]:
-    started: list[SmtpServer] = []
-    yield started
-    for server in started:
-        server.stop()
-
-
-@pytest.fixture
-def smtp_server(servers: list[SmtpServer], tls_files: TLSFiles) -> Any:
-    def start(**options: Any) -> SmtpServer:
-        options.setdefault("tls", tls_files)
-        options.setdefault("users", dict(USERS))
-        server = SmtpServer(**options)
-        server.start()
-        servers.append(server)
-        return server
-
-    return start
 
 
 async def connect(admin: httpx.AsyncClient, port: int, security: str, **extra: Any) -> None:

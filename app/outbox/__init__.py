@@ -1,0 +1,1 @@
+"""The durable outbox: intake, routing, the delivery worker and its retry policy."""
