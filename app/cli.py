@@ -11,10 +11,13 @@ from pathlib import Path
 from typing import TypeVar
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from app.apikeys import service as apikeys
 from app.apikeys.models import ApiKey
+from app.crypto import SecretDecryptError
 from app.db import migrations
+from app.errors import RelayError
 from app.logs import configure_logging
 from app.runtime import Runtime
 from app.settings import Settings, get_settings
@@ -45,9 +48,13 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     if args.worker is not None:
         settings = settings.model_copy(update={"worker_in_process": args.worker})
 
-    async def count_keys(runtime: Runtime) -> int:
-        async with runtime.sessionmaker() as session:
-            return int(await session.scalar(select(func.count()).select_from(ApiKey)) or 0)
+    async def count_keys(runtime: Runtime) -> int | None:
+        try:
+            async with runtime.sessionmaker() as session:
+                return int(await session.scalar(select(func.count()).select_from(ApiKey)) or 0)
+        except (SQLAlchemyError, OSError) as exc:
+            log.error("database not ready (%s); run `mailrelay migrate`", exc.__class__.__name__)
+            return None
 
     if _with_runtime(settings, count_keys) == 0:
         log.warning(
@@ -205,7 +212,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = get_settings()
     configure_logging(settings.log_level)
-    result: int = args.func(args, settings)
+    try:
+        result: int = args.func(args, settings)
+    except RelayError as exc:
+        print(f"mailrelay: {exc.detail} ({exc.code})", file=sys.stderr)
+        return 2
+    except SecretDecryptError as exc:
+        print(
+            f"mailrelay: {exc}; is every old key still in MAILRELAY_SECRET_KEYS?", file=sys.stderr
+        )
+        return 2
     return result
 
 

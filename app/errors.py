@@ -44,7 +44,7 @@ class NotFoundError(RelayError):
     """The resource does not exist (404)."""
 
     status = 404
-    title = "Not found"
+    title = "Not Found"
 
 
 class ConflictError(RelayError):
@@ -58,7 +58,7 @@ class InvalidInputError(RelayError):
     """The request is well-formed but its content cannot be accepted (422)."""
 
     status = 422
-    title = "Unprocessable content"
+    title = "Unprocessable Entity"
 
 
 class UnauthorizedError(RelayError):

@@ -5,7 +5,13 @@ from __future__ import annotations
 import logging
 import sys
 
-_STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+# uvicorn adds `color_message`, the same text with terminal colours.
+_STANDARD = set(logging.makeLogRecord({}).__dict__) | {
+    "message",
+    "asctime",
+    "taskName",
+    "color_message",
+}
 
 
 class KeyValueFormatter(logging.Formatter):

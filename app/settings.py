@@ -42,8 +42,15 @@ class Settings(BaseSettings):
 
     google_client_id: str | None = None
     google_client_secret: SecretStr | None = None
+    google_authorize_url: str = "https://accounts.google.com/o/oauth2/v2/auth"
+    google_token_url: str = "https://oauth2.googleapis.com/token"  # noqa: S105 (a URL)
+    google_revoke_url: str = "https://oauth2.googleapis.com/revoke"
+    google_userinfo_url: str = "https://openidconnect.googleapis.com/v1/userinfo"
+    google_gmail_url: str = "https://gmail.googleapis.com"
     microsoft_client_id: str | None = None
     microsoft_client_secret: SecretStr | None = None
+    microsoft_authority: str = "https://login.microsoftonline.com/common"
+    microsoft_graph_url: str = "https://graph.microsoft.com/v1.0"
 
     oauth_return_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
@@ -88,6 +95,8 @@ class Settings(BaseSettings):
     def _production_refuses_dev_shortcuts(self) -> Settings:
         if self.is_production and not self.secret_keys:
             raise ValueError("MAILRELAY_SECRET_KEYS is required when MAILRELAY_ENV=production")
+        if self.webhook_url and not self.webhook_secret:
+            raise ValueError("MAILRELAY_WEBHOOK_SECRET is required with MAILRELAY_WEBHOOK_URL")
         return self
 
     @property

@@ -31,7 +31,8 @@ async def readyz(runtime: RuntimeDep) -> JSONResponse:
         checks["database"] = {"ok": True}
         head = head_revision()
         checks["migrations"] = {"ok": revision == head, "current": revision, "head": head}
-    except SQLAlchemyError as exc:
+    except (SQLAlchemyError, OSError) as exc:
+        # A refused connection surfaces as OSError from the driver, not as SQLAlchemyError.
         checks["database"] = {"ok": False, "detail": exc.__class__.__name__}
     ready = all(check["ok"] for check in checks.values()) and "migrations" in checks
     return JSONResponse(

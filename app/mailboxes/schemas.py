@@ -6,7 +6,15 @@ import re
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from app.mailboxes.models import Mailbox, MailboxStatus, Provider
 from app.senders.addresses import EmailAddress, HeaderText, reject_control_characters
@@ -17,12 +25,15 @@ _HOSTNAME = re.compile(
 )
 _IP_LITERAL = re.compile(r"^[0-9.]+$|^\[?[0-9a-f:.]+\]?$")
 
-DisplayName = Annotated[HeaderText, Field(min_length=1, max_length=200)]
+DisplayName = Annotated[
+    HeaderText, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)
+]
 NotifyEmails = Annotated[list[EmailAddress], Field(max_length=20)]
 
 
 class _Input(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    # No blanket whitespace stripping: a password may begin or end with a space.
+    model_config = ConfigDict(extra="forbid")
 
 
 class MailboxCreate(_Input):
@@ -51,7 +62,7 @@ class SmtpSettingsIn(_Input):
         default=None, description="Defaults to the mailbox address."
     )
     password: Annotated[SecretStr, Field(min_length=1, max_length=1024)]
-    host: Annotated[str, Field(min_length=1, max_length=253)]
+    host: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=253)]
     port: Annotated[int, Field(ge=1, le=65535)]
     security: Security | None = Field(
         default=None,

@@ -89,14 +89,14 @@ async def save_smtp_settings(
     session: AsyncSession, runtime: Runtime, *, tenant_id: str, data: SmtpSettingsIn
 ) -> Mailbox:
     """Store new SMTP settings (password encrypted); the mailbox waits for a test again."""
-    mailbox = await get_mailbox(session, tenant_id)
     security = data.effective_security
-    try:
+    try:  # resolve before the first query, so no transaction waits on DNS
         await runtime.network_policy.check(
             data.host, data.port, plaintext=security is Security.NONE
         )
     except HostPolicyError as exc:
         raise InvalidInputError(exc.code, exc.detail) from None
+    mailbox = await get_mailbox(session, tenant_id)
     mailbox.provider = Provider.SMTP
     mailbox.smtp_host = data.host
     mailbox.smtp_port = data.port
@@ -178,7 +178,7 @@ async def send_test_mail(runtime: Runtime, *, tenant_id: str, to: str | None) ->
     timeout = runtime.settings.test_timeout.total_seconds()
     async with runtime.sessionmaker() as session:
         mailbox = await get_mailbox(session, tenant_id)
-        version = mailbox.settings_version
+        tested = (mailbox.id, mailbox.settings_version)
         sender = build_sender(mailbox, runtime, timeout=timeout)
         message = make_test_message(mailbox, to=to or mailbox.email)
 
@@ -195,7 +195,7 @@ async def send_test_mail(runtime: Runtime, *, tenant_id: str, to: str | None) ->
 
     async with runtime.sessionmaker.begin() as session:
         mailbox = await get_mailbox(session, tenant_id, for_update=True)
-        if mailbox.settings_version != version:
+        if (mailbox.id, mailbox.settings_version) != tested:
             raise ConflictError(
                 "mailbox_changed", "The settings changed while the test ran; test again."
             )

@@ -18,6 +18,13 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 SUBMISSION_PORTS = frozenset({25, 465, 587, 2525})
 
 
+def _unmapped(address: IPAddress) -> IPAddress:
+    # `::ffff:127.0.0.1` is loopback in disguise: judge the IPv4 address inside.
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
 class HostPolicyError(Exception):
     """The host does not resolve, or resolves to an address the relay must not reach."""
 
@@ -35,12 +42,11 @@ class NetworkPolicy:
     dns_timeout: float = 5.0
 
     def is_allow_listed(self, address: IPAddress) -> bool:
+        address = _unmapped(address)
         return any(address in network for network in self.allowed_networks)
 
     def permits(self, address: IPAddress) -> bool:
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        return self.is_allow_listed(address) or address.is_global
+        return self.is_allow_listed(address) or _unmapped(address).is_global
 
     async def resolve(self, host: str, port: int) -> list[IPAddress]:
         """Every address of `host`, all permitted, or HostPolicyError."""
