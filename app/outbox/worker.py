@@ -24,6 +24,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import httpx
 from sqlalchemy import func, select, update
@@ -112,7 +113,16 @@ class Worker:
                 if started:
                     continue
                 wakeup.clear()
-                waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wakeup.wait())]
+                waiters: list[asyncio.Future[Any]] = [
+                    asyncio.ensure_future(stop.wait()),
+                    asyncio.ensure_future(wakeup.wait()),
+                ]
+                if self._tasks:  # a finished send frees a slot, maybe under a sender's cap
+                    waiters.append(
+                        asyncio.ensure_future(
+                            asyncio.wait(set(self._tasks), return_when=asyncio.FIRST_COMPLETED)
+                        )
+                    )
                 await asyncio.wait(
                     waiters,
                     timeout=self.settings.worker_poll_interval.total_seconds(),
@@ -246,34 +256,34 @@ class Worker:
                     key = f"mailbox:{mailbox_id}"
                 groups[key].append((row.id, reclaimed))
 
-            inflight = dict(
-                (
-                    await session.execute(
-                        select(Message.route_key, func.count())
-                        .where(
-                            Message.status == MessageStatus.SENDING,
-                            Message.lease_until >= now,
-                            Message.route_key.in_(groups),
-                        )
-                        .group_by(Message.route_key)
-                    )
-                ).all()
-            )
             claims: list[Claim] = []
-            for key, members in groups.items():
+            dialect = self.runtime.engine.dialect.name
+            # Sorted, so that two workers lock the senders' rows in the same order.
+            for key in sorted(groups):
+                members = groups[key]
                 is_default = key == DEFAULT_ROUTE_KEY
+                rate = None if is_default else self.settings.smtp_rate_per_minute
+                # The sender's row is the lock that makes the cap and the rate hold across
+                # workers: the in-flight count below is read while holding it.
+                bucket = await _lock_sender(session, dialect, key, rate, now)
                 cap = (
                     self.settings.default_concurrency
                     if is_default
                     else self.settings.mailbox_concurrency
                 )
-                allowed = max(0, cap - inflight.get(key, 0))
-                allowed = min(allowed, limit - len(claims))
-                rate = None if is_default else self.settings.smtp_rate_per_minute
-                if rate is not None and allowed > 0:
-                    allowed = await _take_tokens(
-                        session, self.runtime.engine.dialect.name, key, allowed, rate, now
+                inflight = await session.scalar(
+                    select(func.count())
+                    .select_from(Message)
+                    .where(
+                        Message.status == MessageStatus.SENDING,
+                        Message.route_key == key,
+                        Message.lease_until >= now,
                     )
+                )
+                allowed = max(0, cap - (inflight or 0))
+                allowed = min(allowed, limit - len(claims))
+                if rate is not None:
+                    allowed = _take_tokens(bucket, allowed, rate, now)
                 taken, blocked = members[:allowed], members[allowed:]
                 if taken:
                     await session.execute(
@@ -288,9 +298,11 @@ class Worker:
                         .execution_options(synchronize_session=False)
                     )
                     claims.extend(Claim(i, key, reclaimed) for i, reclaimed in taken)
-                if blocked:
-                    # Push them back a little, so that rows of other senders get their turn.
-                    wait = 60.0 / rate if rate else 0.5
+                if blocked and not is_default:
+                    # Push them back a little, so that the rows of other tenants behind them get
+                    # their turn. (The default sender serves everyone: its rows just wait.)
+                    out_of_tokens = rate is not None and bucket.tokens < 1
+                    wait = 60.0 / rate if rate is not None and out_of_tokens else 0.2
                     await session.execute(
                         update(Message)
                         .where(Message.id.in_([message_id for message_id, _ in blocked]))
@@ -548,24 +560,29 @@ def _mailbox_factory(mailbox: Mailbox, runtime: Runtime) -> Callable[[], Sender]
     return build
 
 
-async def _take_tokens(
-    session: AsyncSession,
-    dialect: str,
-    key: str,
-    wanted: int,
-    rate_per_minute: int,
-    now: datetime,
-) -> int:
-    """Take up to `wanted` sends from the shared token bucket of `key`."""
-    capacity = max(1.0, rate_per_minute / 6)  # ten seconds' worth of burst
+def _capacity(rate_per_minute: int | None) -> float:
+    # Ten seconds' worth of burst; no rate, no bucket (the row is then only a lock).
+    return max(1.0, rate_per_minute / 6) if rate_per_minute else 0.0
+
+
+async def _lock_sender(
+    session: AsyncSession, dialect: str, key: str, rate_per_minute: int | None, now: datetime
+) -> SendLimit:
+    """The sender's shared row, locked until the claim commits (made on first use)."""
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     await session.execute(
         insert(SendLimit)
-        .values(key=key, tokens=capacity, updated_at=now)
+        .values(key=key, tokens=_capacity(rate_per_minute), updated_at=now)
         .on_conflict_do_nothing(index_elements=["key"])
     )
     bucket = await session.scalar(select(SendLimit).where(SendLimit.key == key).with_for_update())
     assert bucket is not None  # noqa: S101 (just upserted)
+    return bucket
+
+
+def _take_tokens(bucket: SendLimit, wanted: int, rate_per_minute: int, now: datetime) -> int:
+    """Take up to `wanted` sends from the sender's token bucket."""
+    capacity = _capacity(rate_per_minute)
     elapsed = max(0.0, (now - bucket.updated_at).total_seconds())
     tokens = min(capacity, bucket.tokens + elapsed * rate_per_minute / 60)
     taken = min(wanted, math.floor(tokens))
