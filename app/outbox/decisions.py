@@ -105,7 +105,7 @@ def decide(
         fields.update(changes)
         return Decision(outcome, MessageStatus.QUEUED, **fields)  # type: ignore[arg-type]
 
-    def reroute(*, deactivate: bool) -> Decision:
+    def reroute(*, deactivate: bool, mailbox_failing_since: datetime | None = None) -> Decision:
         return Decision(
             Outcome.REROUTED,
             MessageStatus.QUEUED,
@@ -114,6 +114,7 @@ def decide(
             retry_at=now,
             reroute=True,
             deactivate=deactivate,
+            mailbox_failing_since=mailbox_failing_since,
         )
 
     if isinstance(result, MessageRejectedError):
@@ -137,7 +138,8 @@ def decide(
             return reroute(deactivate=True)
     message_failing = state.message_failing_since or now
     if now - message_failing >= limits.retry_window:
-        return reroute(deactivate=False)
+        # The message moves on; the mailbox's breakdown clock keeps running.
+        return reroute(deactivate=False, mailbox_failing_since=mailbox_failing)
     return retry(
         Outcome.DEFERRED,
         message_failing_since=message_failing,

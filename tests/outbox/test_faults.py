@@ -4,6 +4,7 @@ except after an unknown outcome, and a broken mailbox is switched off exactly on
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
 from datetime import timedelta
 from typing import Any
@@ -109,7 +110,8 @@ def faulty(tls_files: TLSFiles) -> Any:
 
     yield start
     for server in servers:
-        server.stop()
+        with contextlib.suppress(AssertionError):  # already stopped by the test
+            server.stop()
 
 
 async def test_faulty_server_gets_every_deliverable_message(
@@ -302,3 +304,37 @@ async def test_a_test_mail_reactivates_and_mail_flows_through_the_mailbox_again(
         "mailbox.activated",
         "mailbox.activated",
     ]
+
+
+async def test_unreachable_mailbox_reroutes_after_the_window_then_deactivates(
+    admin: httpx.AsyncClient,
+    faulty: Any,
+    default_relay: SmtpServer,
+    tenant: TenantFactory,
+    runtime: Runtime,
+) -> None:
+    server = faulty()
+    await tenant("acme", "active", server=server)
+    server.stop()  # the company's server is gone: connections are refused
+    runtime.settings.mailbox_retry_window = timedelta(milliseconds=300)
+    runtime.settings.mailbox_broken_after = timedelta(seconds=1)
+    first = await post_message(admin, "acme", subject="first")
+    worker = Worker(runtime, owner="w")
+    try:
+        await drain(worker)
+        body = (await admin.get(f"/v1/tenants/acme/messages/{first['id']}")).json()
+        outcomes = [a["outcome"] for a in body["attempts"]]
+        assert outcomes[0] == "deferred" and outcomes[-2:] == ["rerouted", "sent"]
+        assert body["via"] == "default"
+        assert (await admin.get("/v1/tenants/acme/mailbox")).json()["status"] == "active"
+
+        await asyncio.sleep(1.0)  # the breakdown now outlasts MAILBOX_BROKEN_AFTER
+        await post_message(admin, "acme", subject="second")
+        await drain(worker)
+    finally:
+        await worker.aclose()
+    mailbox = (await admin.get("/v1/tenants/acme/mailbox")).json()
+    assert mailbox["status"] == "inactive"
+    assert mailbox["last_error"]["code"] == "smtp_connect_failed"
+    subjects = sorted(r.message["Subject"] for r in default_relay.received)
+    assert subjects == ["Your mailbox hr@acme.test was disconnected", "first", "second"]
