@@ -124,3 +124,29 @@ async def test_message_content_arrives_intact(
     assert html is not None and "<b>Anna</b>" in html.get_content()
     [attachment] = list(message.iter_attachments())
     assert attachment.get_content() == pdf
+
+
+async def test_one_connection_is_reused_and_closed_when_idle(
+    admin: httpx.AsyncClient,
+    smtp_server: SmtpServerFactory,
+    tenant: TenantFactory,
+    runtime: Runtime,
+) -> None:
+    server = smtp_server(security="starttls")
+    await tenant("acme", "active", server=server)
+    server.commands.clear()
+    runtime.settings.mailbox_concurrency = 1
+    for n in range(20):
+        await post_message(admin, "acme", subject=f"m{n}")
+    worker = Worker(runtime, owner="reuse")
+    try:
+        await drain(worker)
+        assert len(server.received) == 20
+        verbs = [c.split()[0].upper() for c in server.commands if c.strip()]
+        assert verbs.count("AUTH") == 1, "one login for twenty messages"
+        assert verbs.count("STARTTLS") == 1
+        assert "QUIT" not in verbs
+        await worker.pool.close_idle(0)
+        assert server.commands[-1].strip().upper() == "QUIT"
+    finally:
+        await worker.aclose()
