@@ -10,7 +10,8 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from app import __version__
-from app.api import health, mailboxes, messages
+from app.api import health, mailboxes, messages, oauth
+from app.api.limits import BodyLimitMiddleware
 from app.api.problems import install_problem_handlers
 from app.runtime import Runtime
 from app.settings import Settings, get_settings
@@ -50,11 +51,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
         redoc_url=None,
-        # Base64 attachments grow by a third; refuse anything larger before reading it all.
-        max_body_size=settings.max_message_bytes * 4 // 3 + 1024 * 1024,
     )
+    # Base64 attachments grow by a third; refuse anything larger before reading it all.
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_message_bytes * 4 // 3 + 1024**2)
     install_problem_handlers(app)
     app.include_router(health.router)
     app.include_router(mailboxes.router)
     app.include_router(messages.router)
+    app.include_router(oauth.router)
     return app

@@ -10,6 +10,7 @@ import asyncio
 import ssl
 from dataclasses import dataclass, field
 
+import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.crypto import SecretBox
@@ -30,6 +31,8 @@ class Runtime:
     secrets: SecretBox
     tls_context: ssl.SSLContext
     network_policy: NetworkPolicy
+    # One client for every HTTP provider (Gmail, Graph, userinfo): pooled connections.
+    http: httpx.AsyncClient
     # Set by intake so that an in-process worker starts at once instead of at its next poll.
     outbox_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -47,7 +50,13 @@ class Runtime:
                 allowed_networks=settings.smtp_allowed_networks,
                 dns_timeout=settings.dns_timeout.total_seconds(),
             ),
+            http=httpx.AsyncClient(
+                timeout=httpx.Timeout(settings.smtp_timeout.total_seconds(), connect=10.0),
+                follow_redirects=False,
+                limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+            ),
         )
 
     async def aclose(self) -> None:
+        await self.http.aclose()
         await self.engine.dispose()

@@ -11,6 +11,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from app.api.deps import RuntimeDep
 from app.db.migrations import head_revision
+from app.oauth.alerts import active_alerts
 
 router = APIRouter(tags=["health"])
 
@@ -31,11 +32,24 @@ async def readyz(runtime: RuntimeDep) -> JSONResponse:
         checks["database"] = {"ok": True}
         head = head_revision()
         checks["migrations"] = {"ok": revision == head, "current": revision, "head": head}
+        async with runtime.sessionmaker() as session:
+            alerts = await active_alerts(session)
+        # Informational: a broken OAuth app needs the operator, but this process still serves.
+        checks["providers"] = {
+            "ok": True,
+            "alerts": [
+                {"provider": a.provider, "code": a.code, "detail": a.detail, "at": a.at.isoformat()}
+                for a in alerts
+            ],
+        }
     except (SQLAlchemyError, OSError) as exc:
         # A refused connection surfaces as OSError from the driver, not as SQLAlchemyError.
         checks["database"] = {"ok": False, "detail": exc.__class__.__name__}
     ready = all(check["ok"] for check in checks.values()) and "migrations" in checks
+    status = "ready" if ready else "unavailable"
+    if ready and checks["providers"]["alerts"]:
+        status = "degraded"
     return JSONResponse(
-        {"status": "ready" if ready else "unavailable", "checks": checks},
+        {"status": status, "checks": checks},
         status_code=200 if ready else 503,
     )

@@ -17,6 +17,7 @@ from app.mailboxes.schemas import (
     SmtpSettingsIn,
     TestMailRequest,
 )
+from app.oauth.service import revoke_google_token
 from app.runtime import Runtime
 
 
@@ -76,8 +77,12 @@ async def update_mailbox(
 
 
 @router.delete("", status_code=status.HTTP_204_NO_CONTENT, responses=problem_responses(404))
-async def delete_mailbox(tenant_id: TenantDep, session: SessionDep) -> Response:
-    """Delete the mailbox and its secrets; mail goes back to the plain default sender."""
+async def delete_mailbox(
+    tenant_id: TenantDep, session: SessionDep, runtime: RuntimeDep
+) -> Response:
+    """Delete the mailbox and its secrets; mail goes back to the plain default sender.
+    A Google grant is revoked first (best effort)."""
+    await revoke_google_token(runtime, tenant_id=tenant_id)  # before the transaction opens
     await service.delete_mailbox(session, tenant_id=tenant_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 

@@ -56,6 +56,17 @@ class Mailbox(Model):
     smtp_security: Mapped[Security | None] = mapped_column(String(10))
     smtp_password_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
 
+    # OAuth (Google, Microsoft): only tokens, encrypted; `token_version` is the compare-and-swap
+    # guard of refreshes, `refresh_lock_until` lets one worker at a time refresh.
+    oauth_account_email: Mapped[str | None] = mapped_column(String(320))
+    oauth_scopes: Mapped[list[str] | None] = mapped_column(JSON)
+    oauth_authorized_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    oauth_access_token_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
+    oauth_refresh_token_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
+    oauth_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    token_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    refresh_lock_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
     # Bumped whenever the connection changes, so a test that started before a change cannot
     # activate the settings that replaced the ones it tested.
     settings_version: Mapped[int] = mapped_column(Integer, default=0)

@@ -85,7 +85,7 @@ class SmtpSettingsIn(_Input):
     @classmethod
     def _host_is_a_name_or_address(cls, value: str) -> str:
         host = value.lower().rstrip(".")
-        if not (_HOSTNAME.match(host) or _IP_LITERAL.match(host)):
+        if not (_HOSTNAME.fullmatch(host) or _IP_LITERAL.fullmatch(host)):
             raise ValueError("must be a host name or an IP address")
         return host.strip("[]")
 
@@ -121,12 +121,33 @@ class OAuthRead(BaseModel):
     account_email: str
     scopes: list[str]
     authorized_at: datetime
+    warning: str | None = Field(
+        default=None, description="Set when the signed-in account is not the mailbox address."
+    )
 
 
 class LastError(BaseModel):
     code: str
     detail: str
     at: datetime
+
+
+def _oauth(mailbox: Mailbox) -> OAuthRead | None:
+    if mailbox.provider not in (Provider.GOOGLE, Provider.MICROSOFT):
+        return None
+    account = mailbox.oauth_account_email or ""
+    warning = None
+    if account.lower() != mailbox.email.lower():
+        warning = (
+            f"Signed in as {account}, not {mailbox.email}: mail will leave from {account} "
+            f"unless {mailbox.email} is an alias the account may send as."
+        )
+    return OAuthRead(
+        account_email=account,
+        scopes=mailbox.oauth_scopes or [],
+        authorized_at=mailbox.oauth_authorized_at or mailbox.updated_at,
+        warning=warning,
+    )
 
 
 class MailboxRead(BaseModel):
@@ -171,7 +192,7 @@ class MailboxRead(BaseModel):
             status=mailbox.status,
             provider=mailbox.provider,
             smtp=smtp,
-            oauth=None,
+            oauth=_oauth(mailbox),
             notify_emails=mailbox.notify_emails or [mailbox.email],
             last_error=last_error,
             activated_at=mailbox.activated_at,

@@ -21,11 +21,13 @@ from app.errors import ConflictError, InvalidInputError, NotFoundError, RelayErr
 from app.mailboxes.models import Mailbox, MailboxStatus, Provider
 from app.mailboxes.schemas import MailboxCreate, MailboxUpdate, SmtpSettingsIn
 from app.mailboxes.tenants import validate_tenant_id
+from app.oauth.providers import configured_providers
+from app.oauth.tokens import MailboxTokens
 from app.runtime import Runtime
 from app.senders.base import Sender, SendError, TransientError
 from app.senders.message import MailAddress, OutgoingMessage, make_message_id
 from app.senders.netpolicy import HostPolicyError
-from app.senders.registry import DriverContext, build_driver
+from app.senders.registry import DriverContext, HttpApiConfig, build_driver
 from app.senders.smtp import Security, SmtpConfig
 from app.webhooks.service import record_event
 
@@ -105,13 +107,28 @@ async def save_smtp_settings(
     mailbox.smtp_password_enc = runtime.secrets.encrypt(
         data.password.get_secret_value(), context=mailbox.secret_context(SMTP_PASSWORD)
     )
-    _mark_reconfigured(mailbox)
+    clear_oauth(mailbox)
+    mark_reconfigured(mailbox)
     await session.flush()
     log.info("smtp settings saved", extra={"tenant_id": tenant_id, "smtp_host": data.host})
     return mailbox
 
 
-def _mark_reconfigured(mailbox: Mailbox) -> None:
+def clear_smtp(mailbox: Mailbox) -> None:
+    mailbox.smtp_host = mailbox.smtp_username = mailbox.smtp_security = None
+    mailbox.smtp_port = None
+    mailbox.smtp_password_enc = None
+
+
+def clear_oauth(mailbox: Mailbox) -> None:
+    mailbox.oauth_account_email = mailbox.oauth_scopes = mailbox.oauth_authorized_at = None
+    mailbox.oauth_access_token_enc = mailbox.oauth_refresh_token_enc = None
+    mailbox.oauth_expires_at = mailbox.refresh_lock_until = None
+    mailbox.token_version += 1
+
+
+def mark_reconfigured(mailbox: Mailbox) -> None:
+    """New connection settings: the mailbox waits for a passing test mail again."""
     mailbox.status = MailboxStatus.PENDING_TEST
     mailbox.settings_version += 1
     mailbox.last_error_code = mailbox.last_error_detail = None
@@ -147,6 +164,26 @@ def build_sender(mailbox: Mailbox, runtime: Runtime, *, timeout: float | None = 
             timeout=min(smtp_timeout, timeout or smtp_timeout),
         )
         return build_driver(Provider.SMTP, config, context)
+    if mailbox.provider in (Provider.GOOGLE, Provider.MICROSOFT):
+        provider = configured_providers(settings).get(mailbox.provider)
+        if provider is None:
+            raise ConflictError(
+                "provider_not_configured",
+                f"The operator has not configured {mailbox.provider} sign-in on this relay.",
+            )
+        api_root = (
+            settings.google_gmail_url
+            if mailbox.provider == Provider.GOOGLE
+            else settings.microsoft_graph_url
+        )
+        context = DriverContext(
+            tls_context=runtime.tls_context,
+            network_policy=runtime.network_policy,
+            timeout=smtp_timeout,
+            http=runtime.http,
+        )
+        tokens = MailboxTokens(runtime, provider, mailbox.id)
+        return build_driver(mailbox.provider, HttpApiConfig(api_root, tokens), context)
     raise ConflictError(
         "mailbox_not_connected",
         "Connect the mailbox (SMTP, Google or Microsoft) before testing it.",

@@ -15,8 +15,8 @@ from app.outbox.models import MessageStatus, Outcome, Via
 from app.senders.addresses import EmailAddress, HeaderText
 
 MAX_RECIPIENTS = 100
-_CUSTOM_HEADER = re.compile(r"^X-[A-Za-z0-9][A-Za-z0-9-]{0,76}$", re.IGNORECASE)
-_CONTENT_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}$")
+_CUSTOM_HEADER = re.compile(r"X-[A-Za-z0-9][A-Za-z0-9-]{0,76}", re.IGNORECASE)
+_CONTENT_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}")
 
 
 class AttachmentIn(BaseModel):
@@ -30,7 +30,7 @@ class AttachmentIn(BaseModel):
     @classmethod
     def _mime_type(cls, value: str) -> str:
         value = value.strip().lower()
-        if not _CONTENT_TYPE.match(value):
+        if not _CONTENT_TYPE.fullmatch(value):
             raise ValueError("must be a MIME type such as application/pdf")
         return value
 
@@ -72,7 +72,7 @@ class MessageCreate(BaseModel):
     @classmethod
     def _custom_headers_only(cls, value: dict[str, str]) -> dict[str, str]:
         for name in value:
-            if not _CUSTOM_HEADER.match(name):
+            if not _CUSTOM_HEADER.fullmatch(name):
                 raise ValueError(f"header {name!r} is not allowed: only X-* headers")
         return value
 

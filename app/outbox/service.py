@@ -177,7 +177,10 @@ def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         created, _, message_id = raw.partition("|")
-        return datetime.fromisoformat(created), uuid.UUID(message_id)
+        created_at = datetime.fromisoformat(created)
+        if created_at.tzinfo is None:
+            raise ValueError("a cursor's time has a zone")
+        return created_at, uuid.UUID(message_id)
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise InvalidInputError("invalid_cursor", "The cursor is not one this API gave.") from None
 

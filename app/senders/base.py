@@ -98,3 +98,11 @@ class Sender(Protocol):
     async def aclose(self) -> None:
         """Release connections; the sender may be used again afterwards."""
         ...
+
+
+class TokenSource(Protocol):
+    """Where an HTTP driver gets its OAuth access token."""
+
+    async def access_token(self, *, stale: str | None = None) -> str:
+        """A valid token; with `stale` (one the API just refused), a fresher one than that."""
+        ...

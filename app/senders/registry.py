@@ -7,7 +7,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from app.senders.base import Sender
+import httpx
+
+from app.senders.base import Sender, TokenSource
+from app.senders.gmail import GmailSender
+from app.senders.microsoft import GraphSender
 from app.senders.netpolicy import NetworkPolicy
 from app.senders.smtp import SmtpConfig, SmtpSender
 
@@ -19,6 +23,15 @@ class DriverContext:
     tls_context: ssl.SSLContext
     network_policy: NetworkPolicy
     timeout: float
+    http: httpx.AsyncClient | None = None
+
+
+@dataclass(frozen=True)
+class HttpApiConfig:
+    """An HTTP provider's API root and the signed-in account's tokens."""
+
+    api_root: str
+    tokens: TokenSource
 
 
 def _smtp(config: Any, context: DriverContext) -> Sender:
@@ -32,8 +45,22 @@ def _smtp(config: Any, context: DriverContext) -> Sender:
     )
 
 
+def _gmail(config: Any, context: DriverContext) -> Sender:
+    if not isinstance(config, HttpApiConfig) or context.http is None:
+        raise TypeError("the google driver takes an HttpApiConfig and an HTTP client")
+    return GmailSender(api_root=config.api_root, tokens=config.tokens, http=context.http)
+
+
+def _graph(config: Any, context: DriverContext) -> Sender:
+    if not isinstance(config, HttpApiConfig) or context.http is None:
+        raise TypeError("the microsoft driver takes an HttpApiConfig and an HTTP client")
+    return GraphSender(graph_url=config.api_root, tokens=config.tokens, http=context.http)
+
+
 DRIVERS: dict[str, Callable[[Any, DriverContext], Sender]] = {
     "smtp": _smtp,
+    "google": _gmail,
+    "microsoft": _graph,
 }
 
 
