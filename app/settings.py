@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     worker_lease: timedelta = timedelta(minutes=2)
     mailbox_concurrency: int = Field(default=2, gt=0)
     smtp_rate_per_minute: int = Field(default=120, gt=0)
+    google_rate_per_minute: int = Field(default=120, gt=0)  # Gmail: about 2 a second
+    microsoft_rate_per_minute: int = Field(default=30, gt=0)  # Exchange Online: 30 a minute
     default_concurrency: int = Field(default=10, gt=0)
     message_max_age: timedelta = timedelta(days=3)
     webhook_timeout: timedelta = timedelta(seconds=10)

@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.base import utcnow
 from app.errors import RelayError
-from app.mailboxes.models import Mailbox, MailboxStatus
+from app.mailboxes.models import Mailbox, MailboxStatus, Provider
 from app.mailboxes.service import build_sender
 from app.outbox.deactivation import deactivate_mailbox
 from app.outbox.decisions import AttemptState, Decision, Limits, decide
@@ -240,20 +240,22 @@ class Worker:
             rows = [(row, True) for row in expired] + [(row, False) for row in due]
             tenants = {row.tenant_id for row, _ in rows}
             active = {
-                tenant_id: mailbox_id
-                for mailbox_id, tenant_id in await session.execute(
-                    select(Mailbox.id, Mailbox.tenant_id).where(
+                tenant_id: (mailbox_id, provider)
+                for mailbox_id, tenant_id, provider in await session.execute(
+                    select(Mailbox.id, Mailbox.tenant_id, Mailbox.provider).where(
                         Mailbox.tenant_id.in_(tenants), Mailbox.status == MailboxStatus.ACTIVE
                     )
                 )
             }
             groups: dict[str, list[tuple[uuid.UUID, bool]]] = defaultdict(list)
+            rates: dict[str, int | None] = {DEFAULT_ROUTE_KEY: None}
             for row, reclaimed in rows:
-                mailbox_id = active.get(row.tenant_id)
-                if mailbox_id is None or row.force_default or row.kind == MessageKind.NOTIFICATION:
+                mailbox = active.get(row.tenant_id)
+                if mailbox is None or row.force_default or row.kind == MessageKind.NOTIFICATION:
                     key = DEFAULT_ROUTE_KEY
                 else:
-                    key = f"mailbox:{mailbox_id}"
+                    key = f"mailbox:{mailbox[0]}"
+                    rates[key] = self._rate(mailbox[1])
                 groups[key].append((row.id, reclaimed))
 
             claims: list[Claim] = []
@@ -262,7 +264,7 @@ class Worker:
             for key in sorted(groups):
                 members = groups[key]
                 is_default = key == DEFAULT_ROUTE_KEY
-                rate = None if is_default else self.settings.smtp_rate_per_minute
+                rate = rates[key]
                 # The sender's row is the lock that makes the cap and the rate hold across
                 # workers: the in-flight count below is read while holding it.
                 bucket = await _lock_sender(session, dialect, key, rate, now)
@@ -315,6 +317,14 @@ class Worker:
                         .execution_options(synchronize_session=False)
                     )
         return claims
+
+    def _rate(self, provider: str | None) -> int:
+        """Sends a minute one mailbox may make, by how it is connected."""
+        if provider == Provider.GOOGLE:
+            return self.settings.google_rate_per_minute
+        if provider == Provider.MICROSOFT:
+            return self.settings.microsoft_rate_per_minute
+        return self.settings.smtp_rate_per_minute
 
     # -- deliver
 
