@@ -63,7 +63,7 @@ class Mailbox(Model):
     oauth_authorized_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     oauth_access_token_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
     oauth_refresh_token_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
-    oauth_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    oauth_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # refresh after this
     token_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     refresh_lock_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
 

@@ -34,11 +34,14 @@ HTTP_TIMEOUT = 15.0
 
 
 def expires_at(token: dict[str, Any], now: datetime) -> datetime:
+    """When to refresh: a minute before the token expires, or halfway for short-lived ones."""
     if "expires_in" in token:
-        return now + timedelta(seconds=int(token["expires_in"]))
-    if "expires_at" in token:
-        return datetime.fromtimestamp(int(token["expires_at"]), tz=now.tzinfo)
-    return now + timedelta(hours=1)
+        lifetime = timedelta(seconds=int(token["expires_in"]))
+    elif "expires_at" in token:
+        lifetime = datetime.fromtimestamp(int(token["expires_at"]), tz=now.tzinfo) - now
+    else:
+        lifetime = timedelta(hours=1)
+    return now + lifetime - min(LEEWAY, lifetime / 2)
 
 
 class MailboxTokens:
@@ -56,7 +59,7 @@ class MailboxTokens:
             for _ in range(200):  # at most ~40 s waiting for another worker's refresh
                 mailbox = await self._load()
                 token = self._decrypt(mailbox, ACCESS_TOKEN, mailbox.oauth_access_token_enc)
-                fresh = (mailbox.oauth_expires_at or utcnow()) - LEEWAY > utcnow()
+                fresh = (mailbox.oauth_expires_at or utcnow()) > utcnow()
                 if token and fresh and token != stale:
                     return token
                 if await self._take_refresh_lock(mailbox):
