@@ -21,6 +21,17 @@ def _split_commas(value: object) -> object:
     return value
 
 
+_PROVIDER_URLS = (
+    "google_authorize_url",
+    "google_token_url",
+    "google_revoke_url",
+    "google_userinfo_url",
+    "google_gmail_url",
+    "microsoft_authority",
+    "microsoft_graph_url",
+)
+
+
 class Settings(BaseSettings):
     """Every knob of the service; names and defaults are those of DESIGN.md."""
 
@@ -97,6 +108,10 @@ class Settings(BaseSettings):
     def _production_refuses_dev_shortcuts(self) -> Settings:
         if self.is_production and not self.secret_keys:
             raise ValueError("MAILRELAY_SECRET_KEYS is required when MAILRELAY_ENV=production")
+        if self.is_production:
+            for name in _PROVIDER_URLS:
+                if not str(getattr(self, name)).startswith("https://"):
+                    raise ValueError(f"MAILRELAY_{name.upper()} must be https in production")
         if self.webhook_url and not self.webhook_secret:
             raise ValueError("MAILRELAY_WEBHOOK_SECRET is required with MAILRELAY_WEBHOOK_URL")
         return self

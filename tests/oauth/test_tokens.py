@@ -180,3 +180,82 @@ async def test_delete_revokes_the_google_grant_and_erases_tokens(
         assert await session.scalar(select(Mailbox)) is None
     await admin.post("/v1/tenants/acme/mailbox", json={"display_name": "A", "email": "a@acme.test"})
     assert (await admin.get("/v1/tenants/acme/mailbox")).json()["oauth"] is None
+
+
+async def test_large_gmail_message_goes_through_the_upload_endpoint(
+    admin: httpx.AsyncClient, fake: FakeProviders, worker: Worker
+) -> None:
+    import base64
+
+    await connect(admin, "google", "hr@acme.test")
+    big = bytes(range(256)) * (6 * 4096)  # 6 MiB: above the inline JSON threshold
+    posted = await post_message(
+        admin,
+        "acme",
+        subject="big",
+        attachments=[
+            {
+                "filename": "scan.bin",
+                "content_type": "application/octet-stream",
+                "content_base64": base64.b64encode(big).decode(),
+            }
+        ],
+    )
+    await drain(worker)
+    sent = fake.gmail_sent[-1]
+    assert sent.endpoint == "upload-media"
+    assert sent.message["Message-ID"] == posted["message_id_header"]
+    [attachment] = list(sent.message.iter_attachments())
+    assert attachment.get_content() == big
+
+
+async def test_attachments_over_graphs_inline_limit_fail_clearly(
+    admin: httpx.AsyncClient, fake: FakeProviders, worker: Worker
+) -> None:
+    import base64
+
+    await connect(admin, "microsoft", "hr@contoso.test")
+    posted = await post_message(
+        admin,
+        "acme",
+        subject="too big for Graph",
+        attachments=[
+            {
+                "filename": "scan.bin",
+                "content_type": "application/octet-stream",
+                "content_base64": base64.b64encode(b"x" * (4 * 1024 * 1024)).decode(),
+            }
+        ],
+    )
+    await drain(worker)
+    body = (await admin.get(f"/v1/tenants/acme/messages/{posted['id']}")).json()
+    assert body["status"] == "failed"
+    assert body["attempts"][-1]["code"] == "attachments_too_large_for_graph"
+    assert (await admin.get("/v1/tenants/acme/mailbox")).json()["status"] == "active"
+
+
+async def test_test_mail_with_a_revoked_grant_reports_the_code(
+    admin: httpx.AsyncClient, fake: FakeProviders
+) -> None:
+    await create_mailbox(admin, "acme", "hr@acme.test")
+    await sign_in(admin, "acme", "google")
+    fake.revoke_all("google")
+    fake.expire_access_tokens("google")
+    response = await admin.post("/v1/tenants/acme/mailbox/test")
+    assert response.status_code == 422
+    assert response.json()["code"] == "oauth_token_revoked"
+    mailbox = (await admin.get("/v1/tenants/acme/mailbox")).json()
+    assert (mailbox["status"], mailbox["last_error"]["code"]) == (
+        "pending_test",
+        "oauth_token_revoked",
+    )
+
+
+def test_production_requires_https_provider_urls() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    from app.settings import Settings
+
+    with pytest.raises(ValidationError, match="https"):
+        Settings(env="production", secret_keys=["k"], google_token_url="http://evil.test/token")
