@@ -31,3 +31,5 @@ def configure_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # httpx logs every request URL at INFO, and a webhook URL may carry credentials.
+    logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -11,7 +11,11 @@ from sqlalchemy import select
 from app.mailboxes.models import Mailbox
 from app.runtime import Runtime
 
-ENCRYPTED_COLUMNS = (Mailbox.smtp_password_enc,)
+ENCRYPTED_COLUMNS = (
+    Mailbox.smtp_password_enc,
+    Mailbox.oauth_access_token_enc,
+    Mailbox.oauth_refresh_token_enc,
+)
 
 
 async def rotate_secrets(runtime: Runtime) -> int:

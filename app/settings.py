@@ -92,6 +92,12 @@ class Settings(BaseSettings):
     webhook_timeout: timedelta = timedelta(seconds=10)
     log_level: str = "INFO"
 
+    @field_validator("default_smtp_url", "webhook_url", "webhook_secret", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # `MAILRELAY_WEBHOOK_URL=` in a compose file means "off", not "an empty URL".
+        return None if value == "" else value
+
     _split = field_validator(
         "secret_keys", "smtp_allowed_networks", "oauth_return_origins", mode="before"
     )(_split_commas)

@@ -62,7 +62,7 @@ def decide(
     policy: RetryPolicy,
     limits: Limits,
 ) -> Decision:
-    through_mailbox = state.via is Via.MAILBOX
+    through_mailbox = state.via == Via.MAILBOX
 
     if isinstance(result, SendResult):
         refused = result.refused

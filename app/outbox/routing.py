@@ -27,7 +27,7 @@ class Route:
 
     @property
     def key(self) -> str:
-        return f"mailbox:{self.mailbox_id}" if self.via is Via.MAILBOX else DEFAULT_ROUTE_KEY
+        return f"mailbox:{self.mailbox_id}" if self.via == Via.MAILBOX else DEFAULT_ROUTE_KEY
 
 
 def choose_route(
@@ -39,7 +39,7 @@ def choose_route(
     kind: MessageKind = MessageKind.API,
 ) -> Route:
     caller_reply_to = MailAddress(reply_to) if reply_to else None
-    if kind is MessageKind.NOTIFICATION or mailbox is None:
+    if kind == MessageKind.NOTIFICATION or mailbox is None:
         return Route(
             Via.DEFAULT,
             MailAddress(settings.default_from, settings.default_from_name),

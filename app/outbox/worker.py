@@ -53,11 +53,13 @@ from app.runtime import Runtime
 from app.senders.base import AppConfigError, Sender, SendError, SendResult, TransientError
 from app.senders.eml import EmlFileSender
 from app.senders.smtp import SmtpConfig, SmtpSender
+from app.webhooks.delivery import WebhookDispatcher, prune_delivered_events
 from app.webhooks.service import record_event
 
 log = logging.getLogger(__name__)
 
 IDLE_CONNECTION_SECONDS = 60.0
+PRUNE_EVERY_SECONDS = 3600.0
 SHUTDOWN_GRACE_SECONDS = 30.0
 
 
@@ -104,12 +106,22 @@ class Worker:
         last_reap = asyncio.get_running_loop().time()
         wakeup = self.runtime.outbox_wakeup
         try:
+            last_prune = -PRUNE_EVERY_SECONDS
             while not stop.is_set():
-                started = await self._claim_and_start()
+                try:
+                    started = await self._claim_and_start()
+                except Exception:  # the database is away: keep the worker, try again soon
+                    log.exception("claiming failed", extra={"owner": self.owner})
+                    started = 0
                 now = asyncio.get_running_loop().time()
                 if now - last_reap > IDLE_CONNECTION_SECONDS / 2:
                     await self.pool.close_idle(IDLE_CONNECTION_SECONDS)
                     last_reap = now
+                if webhooks is None and now - last_prune > PRUNE_EVERY_SECONDS:
+                    # With webhooks on, their dispatcher prunes; without, events pile up here.
+                    last_prune = now
+                    with contextlib.suppress(Exception):
+                        await prune_delivered_events(self.runtime)
                 if started:
                     continue
                 wakeup.clear()
@@ -187,8 +199,26 @@ class Worker:
         await self.pool.aclose()
 
     async def _release_leases(self) -> None:
-        """Hand back what this worker still holds, to be retried at once elsewhere."""
+        """Hand back what this worker still holds, to be retried at once elsewhere.
+
+        Their sends were cut off mid-way: each gets an `unknown` attempt, as it may have gone.
+        """
         async with self.runtime.sessionmaker.begin() as session:
+            held = await session.execute(
+                select(Message.id, Message.route_key).where(
+                    Message.status == MessageStatus.SENDING, Message.lease_owner == self.owner
+                )
+            )
+            for message_id, route_key in held:
+                session.add(
+                    MessageAttempt(
+                        message_id=message_id,
+                        via=Via.DEFAULT if route_key == DEFAULT_ROUTE_KEY else Via.MAILBOX,
+                        outcome=Outcome.UNKNOWN,
+                        code="worker_stopped",
+                        detail="the worker stopped while sending; it may have been sent",
+                    )
+                )
             await session.execute(
                 update(Message)
                 .where(Message.status == MessageStatus.SENDING, Message.lease_owner == self.owner)
@@ -198,7 +228,6 @@ class Worker:
     async def _start_webhooks(self, stop: asyncio.Event) -> asyncio.Task[None] | None:
         if self.settings.webhook_url is None:
             return None
-        from app.webhooks.delivery import WebhookDispatcher
 
         async def run() -> None:
             timeout = self.settings.webhook_timeout.total_seconds()
@@ -332,7 +361,7 @@ class Worker:
         try:
             await self.deliver(claim)
         except Exception:
-            log.exception("delivery crashed", extra={"message": str(claim.id)})
+            log.exception("delivery crashed", extra={"message_id": str(claim.id)})
             with contextlib.suppress(Exception):
                 await self._requeue_after_crash(claim)
 
@@ -372,7 +401,7 @@ class Worker:
 
     @contextlib.asynccontextmanager
     async def _sender(self, route: Route, mailbox: Mailbox | None) -> AsyncIterator[Sender]:
-        if route.via is Via.MAILBOX and mailbox is not None:
+        if route.via == Via.MAILBOX and mailbox is not None:
             async with self.pool.lease(
                 route.key,
                 version=mailbox.settings_version,
@@ -428,7 +457,7 @@ class Worker:
             log.info(
                 "attempt %s",
                 decision.outcome,
-                extra={"message": str(message.id), "via": route.via, "code": result.code},
+                extra={"message_id": str(message.id), "via": route.via, "code": result.code},
             )
         async with self.runtime.sessionmaker.begin() as session:
             session.add(
@@ -452,11 +481,12 @@ class Worker:
             )
             if current is None:
                 log.warning(
-                    "lease lost before the outcome was recorded", extra={"message": str(message.id)}
+                    "lease lost before the outcome was recorded",
+                    extra={"message_id": str(message.id)},
                 )
                 return
             self._apply(current, decision, route, now)
-            if route.via is Via.MAILBOX and mailbox is not None:
+            if route.via == Via.MAILBOX and mailbox is not None:
                 await self._apply_to_mailbox(session, mailbox, decision, result)
             if current.kind == MessageKind.API and current.status in (
                 MessageStatus.SENT,
@@ -479,11 +509,11 @@ class Worker:
             message.next_attempt_at = decision.retry_at
         if decision.pending_recipients is not None:
             message.pending_recipients = decision.pending_recipients
-        if decision.status is MessageStatus.SENT or decision.pending_recipients is not None:
+        if decision.status == MessageStatus.SENT or decision.pending_recipients is not None:
             message.via = route.via
             message.from_header = str(route.sender.header())
             message.reply_to_header = str(route.reply_to.header()) if route.reply_to else None
-        if decision.status is MessageStatus.SENT:
+        if decision.status == MessageStatus.SENT:
             message.sent_at = now
 
     async def _apply_to_mailbox(
@@ -519,7 +549,7 @@ class Worker:
     def _record_final_event(
         self, session: AsyncSession, message: Message, decision: Decision
     ) -> None:
-        sent = message.status is MessageStatus.SENT
+        sent = message.status == MessageStatus.SENT
         record_event(
             session,
             type="message.sent" if sent else "message.failed",

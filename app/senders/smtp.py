@@ -289,6 +289,13 @@ def classify(exc: Exception, *, phase: str, config: SmtpConfig) -> SendError:
         return TransientError(
             "smtp_tls_failed", _tls_detail(tls_error, config), connection_failure=True
         )
+    if isinstance(exc, aiosmtplib.SMTPAuthenticationError) and exc.code < 500:
+        # 454 "temporary authentication failure": the server's trouble, not the password.
+        return TransientError(
+            "smtp_auth_failed",
+            f"{where} could not check the login now ({exc.code} {exc.message})",
+            reply_code=exc.code,
+        )
     if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
         return CredentialsError(
             "smtp_auth_failed",

@@ -185,12 +185,7 @@ class WebhookDispatcher:
 
     async def prune(self) -> int:
         """Delete events delivered more than seven days ago; how many were deleted."""
-        cutoff = utcnow() - PRUNE_AFTER
-        async with self._runtime.sessionmaker.begin() as session:
-            result = await session.execute(
-                delete(Event).where(Event.delivered_at.is_not(None), Event.delivered_at < cutoff)
-            )
-        return cast("CursorResult[Any]", result).rowcount
+        return await prune_delivered_events(self._runtime)
 
     async def _claim(self) -> list[_Claimed]:
         now = utcnow()
@@ -288,3 +283,13 @@ class WebhookDispatcher:
         if attempts is not None:
             extra["attempt"] = attempts
         return extra
+
+
+async def prune_delivered_events(runtime: Runtime) -> int:
+    """Delete events delivered (or recorded without a webhook) more than seven days ago."""
+    cutoff = utcnow() - PRUNE_AFTER
+    async with runtime.sessionmaker.begin() as session:
+        result = await session.execute(
+            delete(Event).where(Event.delivered_at.is_not(None), Event.delivered_at < cutoff)
+        )
+    return cast("CursorResult[Any]", result).rowcount
