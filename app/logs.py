@@ -25,6 +25,18 @@ class KeyValueFormatter(logging.Formatter):
         return line
 
 
+class RedactOAuthCallback(logging.Filter):
+    """Keep the callback's one-time `code` and `state` out of the access log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
+            path = args[2]
+            if path.startswith("/v1/oauth/") and "?" in path:
+                record.args = (*args[:2], path.split("?", 1)[0] + "?…", *args[3:])
+        return True
+
+
 def configure_logging(level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(KeyValueFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
@@ -33,3 +45,4 @@ def configure_logging(level: str) -> None:
     root.setLevel(level.upper())
     # httpx logs every request URL at INFO, and a webhook URL may carry credentials.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("uvicorn.access").addFilter(RedactOAuthCallback())

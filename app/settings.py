@@ -115,7 +115,7 @@ class Settings(BaseSettings):
         if self.is_production and not self.secret_keys:
             raise ValueError("MAILRELAY_SECRET_KEYS is required when MAILRELAY_ENV=production")
         if self.is_production:
-            for name in _PROVIDER_URLS:
+            for name in ("public_url", *_PROVIDER_URLS):
                 if not str(getattr(self, name)).startswith("https://"):
                     raise ValueError(f"MAILRELAY_{name.upper()} must be https in production")
         if self.webhook_url and not self.webhook_secret:

@@ -226,7 +226,10 @@ async def send_test_mail(runtime: Runtime, *, tenant_id: str, to: str | None) ->
     except SendError as exc:
         failure = exc
     except TimeoutError:
-        failure = TransientError("smtp_timeout", f"the test did not finish within {timeout:g} s")
+        code = (
+            "smtp_timeout" if mailbox.provider == Provider.SMTP else f"{mailbox.provider}_timeout"
+        )
+        failure = TransientError(code, f"the test did not finish within {timeout:g} s")
     finally:
         await sender.aclose()
 

@@ -21,6 +21,7 @@ from authlib.integrations.httpx_client import AsyncOAuth2Client
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.crypto import SecretDecryptError
 from app.db.base import utcnow
 from app.errors import ConflictError, InvalidInputError, RelayError
 from app.mailboxes.models import Mailbox, Provider
@@ -182,9 +183,12 @@ async def finish_authorization(
         provider = provider_or_error(settings, provider_name)
     except RelayError as exc:
         return CallbackResult(return_url, exc.code)
-    verifier = runtime.secrets.decrypt(
-        pending.code_verifier_enc, context=f"oauth_state:{pending.state_hash}"
-    )
+    try:
+        verifier = runtime.secrets.decrypt(
+            pending.code_verifier_enc, context=f"oauth_state:{pending.state_hash}"
+        )
+    except SecretDecryptError:  # its key was removed from MAILRELAY_SECRET_KEYS meanwhile
+        return CallbackResult(return_url, "oauth_state_invalid")
     try:
         token, account = await _redeem(runtime, provider, code=code, verifier=verifier)
     except SendError as exc:
@@ -192,9 +196,12 @@ async def finish_authorization(
         if isinstance(exc, AppConfigError):
             async with runtime.sessionmaker.begin() as session:
                 await raise_alert(session, provider.name, exc.code, exc.detail)
-        return CallbackResult(return_url, exc.code)
+        # At the callback, a refused grant is the code (reused, expired), not a stored token.
+        code_ = "oauth_code_invalid" if exc.code == "oauth_token_revoked" else exc.code
+        return CallbackResult(return_url, code_)
 
-    granted = str(token.get("scope", "")).split()
+    # RFC 6749 §5.1: no `scope` in the answer means the scopes asked for were granted.
+    granted = str(token.get("scope") or " ".join(provider.scopes)).split()
     if not has_scope(granted, provider.required_scope):
         return CallbackResult(return_url, "oauth_scope_missing")
     if not token.get("refresh_token"):
