@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import itertools
 import json
 import logging
 import math
 import os
 import socket
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -65,15 +67,21 @@ SHUTDOWN_GRACE_SECONDS = 30.0
 
 @dataclass(frozen=True)
 class Claim:
-    """A message this worker leased, and whether an earlier lease on it had expired."""
+    """A message this worker leased, and whether an earlier lease on it had expired.
+
+    `lease` names this claim alone (`<owner>#<n>`): an outcome is recorded only under the lease
+    it was sent under, so a slow send whose row was claimed again cannot overwrite the newer one.
+    """
 
     id: uuid.UUID
     route_key: str
     reclaimed: bool
+    lease: str
+    previous_route: str | None = None  # the sender the expired lease was sending through
 
 
 def worker_name() -> str:
-    return f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+    return f"{socket.gethostname()[:32]}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
 class Worker:
@@ -90,9 +98,10 @@ class Worker:
             broken_after=self.settings.mailbox_broken_after,
             max_age=self.settings.message_max_age,
         )
-        self._slots = asyncio.Semaphore(self.settings.worker_concurrency)
         self._free = self.settings.worker_concurrency
         self._tasks: set[asyncio.Task[None]] = set()
+        self._claims = itertools.count(1)
+        self._active_leases: Counter[str] = Counter()
 
     # -- the loop
 
@@ -179,14 +188,18 @@ class Worker:
         claims = await self.claim(limit)
         for claim in claims:
             self._free -= 1
+            self._active_leases[claim.lease] += 1
             task = asyncio.create_task(self._deliver_guarded(claim))
             self._tasks.add(task)
-            task.add_done_callback(self._done)
+            task.add_done_callback(functools.partial(self._done, claim.lease))
         return len(claims)
 
-    def _done(self, task: asyncio.Task[None]) -> None:
+    def _done(self, lease: str, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         self._free += 1
+        self._active_leases[lease] -= 1
+        if self._active_leases[lease] <= 0:
+            del self._active_leases[lease]
 
     async def _shutdown(self) -> None:
         if self._tasks:
@@ -204,9 +217,10 @@ class Worker:
         Their sends were cut off mid-way: each gets an `unknown` attempt, as it may have gone.
         """
         async with self.runtime.sessionmaker.begin() as session:
+            mine = Message.lease_owner.startswith(f"{self.owner}#", autoescape=True)
             held = await session.execute(
                 select(Message.id, Message.route_key).where(
-                    Message.status == MessageStatus.SENDING, Message.lease_owner == self.owner
+                    Message.status == MessageStatus.SENDING, mine
                 )
             )
             for message_id, route_key in held:
@@ -221,7 +235,7 @@ class Worker:
                 )
             await session.execute(
                 update(Message)
-                .where(Message.status == MessageStatus.SENDING, Message.lease_owner == self.owner)
+                .where(Message.status == MessageStatus.SENDING, mine)
                 .values(status=MessageStatus.QUEUED, lease_until=None, lease_owner=None)
             )
 
@@ -244,12 +258,24 @@ class Worker:
             return []
         now = utcnow()
         lease_until = now + self.settings.worker_lease
+        lease = f"{self.owner}#{next(self._claims)}"
         async with self.runtime.sessionmaker.begin() as session:
-            columns = (Message.id, Message.tenant_id, Message.kind, Message.force_default)
+            columns = (
+                Message.id,
+                Message.tenant_id,
+                Message.kind,
+                Message.force_default,
+                Message.route_key,
+            )
             expired = (
                 await session.execute(
                     select(*columns)
-                    .where(Message.status == MessageStatus.SENDING, Message.lease_until < now)
+                    .where(
+                        Message.status == MessageStatus.SENDING,
+                        Message.lease_until < now,
+                        # Never our own sends that are merely slow: that would send them twice.
+                        Message.lease_owner.not_in(list(self._active_leases) or [""]),
+                    )
                     .order_by(Message.lease_until)
                     .limit(limit)
                     .with_for_update(skip_locked=True, of=Message)
@@ -267,6 +293,7 @@ class Worker:
             if not expired and not due:
                 return []
             rows = [(row, True) for row in expired] + [(row, False) for row in due]
+            previous = {row.id: row.route_key for row in expired}
             tenants = {row.tenant_id for row, _ in rows}
             active = {
                 tenant_id: (mailbox_id, provider)
@@ -322,13 +349,18 @@ class Worker:
                         .where(Message.id.in_([message_id for message_id, _ in taken]))
                         .values(
                             status=MessageStatus.SENDING,
-                            lease_owner=self.owner,
+                            lease_owner=lease,
                             lease_until=lease_until,
                             route_key=key,
                         )
                         .execution_options(synchronize_session=False)
                     )
-                    claims.extend(Claim(i, key, reclaimed) for i, reclaimed in taken)
+                    claims.extend(
+                        Claim(i, key, reclaimed, lease, previous.get(i)) for i, reclaimed in taken
+                    )
+                for message_id, reclaimed in blocked:
+                    if reclaimed:  # its lease ran out mid-send: it may have gone already
+                        session.add(_lost_attempt(message_id, previous.get(message_id)))
                 if blocked and not is_default:
                     # Push them back a little, so that the rows of other tenants behind them get
                     # their turn. (The default sender serves everyone: its rows just wait.)
@@ -371,7 +403,7 @@ class Worker:
                 select(Message).where(
                     Message.id == claim.id,
                     Message.status == MessageStatus.SENDING,
-                    Message.lease_owner == self.owner,
+                    Message.lease_owner == claim.lease,
                 )
             )
             if message is None:
@@ -381,7 +413,7 @@ class Worker:
                 select(Mailbox).where(Mailbox.tenant_id == message.tenant_id)
             )
         if claim.reclaimed:
-            await self._record_lost_attempt(message)
+            await self._record_lost_attempt(message, claim.previous_route)
         payload_reply_to = json.loads(message.payload).get("reply_to")
         route = choose_route(
             mailbox=mailbox,
@@ -397,7 +429,7 @@ class Worker:
                 result = await sender.send(outgoing)
         except SendError as exc:
             result = exc
-        await self.record(message, route, mailbox, result)
+        await self.record(message, route, mailbox, result, lease=claim.lease)
 
     @contextlib.asynccontextmanager
     async def _sender(self, route: Route, mailbox: Mailbox | None) -> AsyncIterator[Sender]:
@@ -443,6 +475,8 @@ class Worker:
         route: Route,
         mailbox: Mailbox | None,
         result: SendResult | SendError,
+        *,
+        lease: str,
     ) -> None:
         now = utcnow()
         state = AttemptState(
@@ -475,7 +509,7 @@ class Worker:
                 .where(
                     Message.id == message.id,
                     Message.status == MessageStatus.SENDING,
-                    Message.lease_owner == self.owner,
+                    Message.lease_owner == lease,
                 )
                 .with_for_update()
             )
@@ -564,23 +598,15 @@ class Worker:
             deliver=self.settings.webhook_url is not None,
         )
 
-    async def _record_lost_attempt(self, message: Message) -> None:
+    async def _record_lost_attempt(self, message: Message, route_key: str | None) -> None:
         async with self.runtime.sessionmaker.begin() as session:
-            session.add(
-                MessageAttempt(
-                    message_id=message.id,
-                    via=Via.MAILBOX if message.route_key != DEFAULT_ROUTE_KEY else Via.DEFAULT,
-                    outcome=Outcome.UNKNOWN,
-                    code="lease_expired",
-                    detail="the worker sending it stopped; it may have been sent",
-                )
-            )
+            session.add(_lost_attempt(message.id, route_key))
 
     async def _requeue_after_crash(self, claim: Claim) -> None:
         async with self.runtime.sessionmaker.begin() as session:
             await session.execute(
                 update(Message)
-                .where(Message.id == claim.id, Message.lease_owner == self.owner)
+                .where(Message.id == claim.id, Message.lease_owner == claim.lease)
                 .values(
                     status=MessageStatus.QUEUED,
                     lease_owner=None,
@@ -588,6 +614,16 @@ class Worker:
                     next_attempt_at=utcnow() + self.policy.delay(1),
                 )
             )
+
+
+def _lost_attempt(message_id: uuid.UUID, route_key: str | None) -> MessageAttempt:
+    return MessageAttempt(
+        message_id=message_id,
+        via=Via.DEFAULT if route_key in (None, DEFAULT_ROUTE_KEY) else Via.MAILBOX,
+        outcome=Outcome.UNKNOWN,
+        code="lease_expired",
+        detail="the worker sending it stopped; it may have been sent",
+    )
 
 
 def _mailbox_factory(mailbox: Mailbox, runtime: Runtime) -> Callable[[], Sender]:

@@ -150,3 +150,20 @@ async def test_one_connection_is_reused_and_closed_when_idle(
         assert server.commands[-1].strip().upper() == "QUIT"
     finally:
         await worker.aclose()
+
+
+async def test_a_slow_send_outliving_its_lease_is_not_sent_again_by_its_own_worker(
+    admin: httpx.AsyncClient, default_relay: SmtpServer, runtime: Runtime
+) -> None:
+    from datetime import timedelta
+
+    runtime.settings.worker_lease = timedelta(milliseconds=300)
+    default_relay.data_delay = 1.0  # each send outlives its lease
+    posted = [await post_message(admin, "umbrella", subject=f"slow {n}") for n in range(3)]
+    worker = Worker(runtime, owner="slow")
+    try:
+        await drain(worker)
+    finally:
+        await worker.aclose()
+    arrived = Counter(r.message["Message-ID"] for r in default_relay.received)
+    assert arrived == Counter({m["message_id_header"]: 1 for m in posted})
