@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from app import __version__
-from app.api import health, mailboxes, messages, oauth
+from app.api import health, mailboxes, messages, metrics, oauth
 from app.api.limits import BodyLimitMiddleware
 from app.api.problems import install_problem_handlers
 from app.runtime import Runtime
@@ -56,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_message_bytes * 4 // 3 + 1024**2)
     install_problem_handlers(app)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     app.include_router(mailboxes.router)
     app.include_router(messages.router)
     app.include_router(oauth.router)
