@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import uuid
 from datetime import UTC, datetime
 
@@ -26,6 +27,11 @@ def utcnow() -> datetime:
 def new_id() -> uuid.UUID:
     """A fresh random primary key."""
     return uuid.uuid4()
+
+
+def one_of(column: str, values: type[enum.StrEnum]) -> str:
+    """A CHECK constraint's text: `column` holds one of the enum's values."""
+    return f"{column} IN ({', '.join(repr(v.value) for v in values)})"
 
 
 class UTCDateTime(TypeDecorator[datetime]):

@@ -9,7 +9,7 @@ from datetime import datetime
 from sqlalchemy import JSON, CheckConstraint, Integer, LargeBinary, String, Text, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.db.base import Model, UTCDateTime, new_id, utcnow
+from app.db.base import Model, UTCDateTime, new_id, one_of, utcnow
 from app.senders.smtp import Security
 
 
@@ -26,19 +26,15 @@ class Provider(enum.StrEnum):
     MICROSOFT = "microsoft"
 
 
-def _in(column: str, values: type[enum.StrEnum]) -> str:
-    return f"{column} IN ({', '.join(repr(v.value) for v in values)})"
-
-
 class Mailbox(Model):
     """A tenant's mailbox, its connection settings (secrets encrypted) and its state."""
 
     __tablename__ = "mailboxes"
     __table_args__ = (
-        CheckConstraint(_in("status", MailboxStatus), name="status"),
-        CheckConstraint(f"provider IS NULL OR {_in('provider', Provider)}", name="provider"),
+        CheckConstraint(one_of("status", MailboxStatus), name="status"),
+        CheckConstraint(f"provider IS NULL OR {one_of('provider', Provider)}", name="provider"),
         CheckConstraint(
-            f"smtp_security IS NULL OR {_in('smtp_security', Security)}", name="smtp_security"
+            f"smtp_security IS NULL OR {one_of('smtp_security', Security)}", name="smtp_security"
         ),
     )
 

@@ -22,7 +22,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, deferred, mapped_column
 
-from app.db.base import Model, UTCDateTime, new_id, utcnow
+from app.db.base import Model, UTCDateTime, new_id, one_of, utcnow
 
 
 class MessageStatus(enum.StrEnum):
@@ -51,16 +51,12 @@ class Outcome(enum.StrEnum):
     FAILED = "failed"  # refused for good
 
 
-def _in(column: str, values: type[enum.StrEnum]) -> str:
-    return f"{column} IN ({', '.join(repr(v.value) for v in values)})"
-
-
 class Message(Model):
     """One message in the outbox; its row is the queue entry, its lease the claim."""
 
     __tablename__ = "messages"
     __table_args__ = (
-        CheckConstraint(_in("status", MessageStatus), name="status"),
+        CheckConstraint(one_of("status", MessageStatus), name="status"),
         UniqueConstraint("tenant_id", "idempotency_key", name="uq_messages_idempotency"),
         # The worker's claim: due rows by time. Partial on PostgreSQL, so it stays small.
         Index(
@@ -135,7 +131,7 @@ class MessageAttempt(Model):
     """One try to send a message: when, through which sender, and what came of it."""
 
     __tablename__ = "message_attempts"
-    __table_args__ = (CheckConstraint(_in("outcome", Outcome), name="outcome"),)
+    __table_args__ = (CheckConstraint(one_of("outcome", Outcome), name="outcome"),)
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
     message_id: Mapped[uuid.UUID] = mapped_column(
