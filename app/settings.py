@@ -92,6 +92,30 @@ class Settings(BaseSettings):
     webhook_timeout: timedelta = timedelta(seconds=10)
     log_level: str = "INFO"
 
+    @field_validator(
+        "smtp_timeout",
+        "test_timeout",
+        "mailbox_retry_window",
+        "mailbox_broken_after",
+        "retry_base",
+        "retry_max",
+        "dns_timeout",
+        "worker_poll_interval",
+        "worker_lease",
+        "message_max_age",
+        "webhook_timeout",
+        mode="before",
+    )
+    @classmethod
+    def _seconds(cls, value: object) -> object:
+        # `MAILRELAY_SMTP_TIMEOUT=30` means 30 seconds; ISO 8601 (`PT15M`) works as well.
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                return value
+        return value
+
     @field_validator("default_smtp_url", "webhook_url", "webhook_secret", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
