@@ -93,12 +93,15 @@ async def enqueue_message(
         created_at=utcnow(),
         next_attempt_at=utcnow(),
     )
-    try:
+    if idempotency_key is None:
+        session.add(message)
+        await session.flush()
+        return Intake(message, replayed=False)
+    try:  # a savepoint, so that losing the race leaves the request's transaction usable
         async with session.begin_nested():
             session.add(message)
     except IntegrityError:
         # A concurrent request with the same key won; answer as it did.
-        assert idempotency_key is not None  # noqa: S101 (the only unique constraint)
         earlier = await _by_idempotency_key(session, tenant_id, idempotency_key, digest)
         if earlier is None:
             raise
