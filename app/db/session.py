@@ -25,7 +25,12 @@ def create_engine(settings: Settings) -> AsyncEngine:
 
     if url.database and url.database != ":memory:":
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(url, connect_args={"timeout": 30})
+    # One connection: SQLite admits one writer anyway, and with BEGIN IMMEDIATE every
+    # transaction is a writer. Queueing for the pool is cheap and fair; several connections
+    # queueing inside SQLite's busy handler sleep in steps and compete for the GIL.
+    engine = create_async_engine(
+        url, connect_args={"timeout": 30}, pool_size=1, max_overflow=0, pool_timeout=60
+    )
 
     @event.listens_for(engine.sync_engine, "connect")
     def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
